@@ -1,0 +1,1 @@
+"""Huawei Cloud ModelArts: request signing, API client and a local simulator."""

@@ -1,0 +1,1 @@
+"""The chat side: Bolt wiring, thin listeners, Block Kit views and the Slack implementation of the notifier."""

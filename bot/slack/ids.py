@@ -1,0 +1,18 @@
+"""Every Slack identifier the app registers: design.md's contract, and what manifest.yml must match."""
+
+APPROVE_ACTION = "unlock_approve"
+DENY_ACTION = "unlock_deny"
+CANCEL_ACTION = "unlock_cancel"
+RETRY_FAILED_ACTION = "unlock_retry_failed"
+DECISION_BLOCK = "unlock_decision"
+
+MODAL_CALLBACK = "unlock_modal"
+SHORTCUT_CALLBACK = "unlock_nodes_shortcut"
+POOL_BLOCK = "unlock_pool"
+POOL_ACTION = "unlock_pool_select"
+NODES_BLOCK = "unlock_nodes"
+NODES_ACTION = "unlock_nodes_select"
+REASON_BLOCK = "unlock_reason"
+REASON_ACTION = "unlock_reason_input"
+CHANNEL_BLOCK = "unlock_channel"
+CHANNEL_ACTION = "unlock_channel_select"

@@ -1,0 +1,6 @@
+"""Durable state and the audit trail: SQLAlchemy 2 (async) on SQLite or PostgreSQL, migrated by Alembic."""
+
+from bot.store.schema import SchemaNotMigrated
+from bot.store.store import AuditEvent, Store
+
+__all__ = ["AuditEvent", "SchemaNotMigrated", "Store"]
