@@ -197,6 +197,8 @@ class Settings(BaseSettings):
                 text = "<set, hidden>"
             elif value is None:
                 text = "<not set>"
+            elif name == "database_url":
+                text = _mask_url_password(str(value))
             else:
                 text = str(value)
             shown[name.upper()] = text
