@@ -10,13 +10,16 @@ from datetime import timedelta
 
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy.exc import SQLAlchemyError
 
+from bot.audit import apply_retention
 from bot.config import Mode, Settings
+from bot.metrics import Metrics
 from bot.modelarts.client import ModelArtsClient
 from bot.policy import Authorizer, CachedGroupDirectory, Policy, load_policy
 from bot.slack.app import SlackDeps, build_app, build_web_client
 from bot.slack.notifier import SlackNotifier
-from bot.store import Store
+from bot.store import DatabaseUnavailable, SchemaNotMigrated, Store
 from bot.workflow import Workflow, WorkflowSettings, run_periodically, utcnow
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,26 @@ async def open_store(settings: Settings) -> Store:
     return store
 
 
+async def check_database(settings: Settings) -> None:
+    """Fail before serving, with a sentence rather than a traceback, when the database is unusable.
+
+    Raises `DatabaseUnavailable` (cannot connect) or `SchemaNotMigrated` (a shared database that `unlock-bot db
+    upgrade` has not been run on). The SQLite default is migrated here, as `open_store` does.
+    """
+    store = await connect_checked(settings)
+    await store.close()
+
+
+async def connect_checked(settings: Settings) -> Store:
+    """`open_store`, with connection failures turned into `DatabaseUnavailable` naming the (password-less) URL."""
+    try:
+        return await open_store(settings)
+    except SchemaNotMigrated:
+        raise
+    except (OSError, SQLAlchemyError) as exc:
+        raise DatabaseUnavailable(settings.resolved_database_url, exc) from exc
+
+
 @dataclass
 class Runtime:
     """Everything a running bot holds, wired once."""
@@ -48,6 +71,8 @@ class Runtime:
     web_client: AsyncWebClient
     workflow: Workflow
     slack_app: AsyncApp
+    # This bot's own registry, served on /metrics: several bots in one process never share a series.
+    metrics: Metrics = field(default_factory=Metrics)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -58,8 +83,9 @@ class Runtime:
         store = await open_store(settings)
         assert settings.slack_bot_token is not None  # guaranteed by require()
         token = settings.slack_bot_token.get_secret_value()
-        web_client = build_web_client(token, settings.slack_api_url)
-        modelarts = ModelArtsClient.from_settings(settings)
+        metrics = Metrics()
+        web_client = build_web_client(token, settings.slack_api_url, metrics=metrics)
+        modelarts = ModelArtsClient.from_settings(settings, metrics=metrics)
 
         async def usergroup_members(group_id: str) -> list[str]:
             response = await web_client.usergroups_users_list(usergroup=group_id)
@@ -75,7 +101,12 @@ class Runtime:
             policy=policy,
             authorizer=authorizer,
             notifier=SlackNotifier(web_client),
-            settings=WorkflowSettings(lease_seconds=settings.unlock_bot_lease_seconds),
+            metrics=metrics,
+            settings=WorkflowSettings(
+                lease_seconds=settings.unlock_bot_lease_seconds,
+                # A call sent by a replica that died is over, one way or the other, after the HTTP timeout.
+                in_flight_seconds=settings.unlock_bot_http_timeout_seconds,
+            ),
         )
         signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
         slack_app = build_app(
@@ -97,6 +128,7 @@ class Runtime:
             web_client=web_client,
             workflow=workflow,
             slack_app=slack_app,
+            metrics=metrics,
         )
 
     def start_background(self) -> None:
@@ -108,11 +140,19 @@ class Runtime:
         self._tasks.append(
             asyncio.create_task(run_periodically("resume", interval, self.workflow.resume_stale, stop=self._stop))
         )
+
+        async def prune_deliveries() -> int:
+            # Slack re-delivers within minutes; a day of delivery keys is plenty to catch every retry.
+            return await self.store.prune_deliveries(utcnow() - timedelta(days=1))
+
+        self._tasks.append(
+            asyncio.create_task(run_periodically("prune_deliveries", 3600.0, prune_deliveries, stop=self._stop))
+        )
         retention = self.settings.unlock_bot_audit_retention_days
         if retention is not None:
 
             async def prune() -> int:
-                return await self.store.prune_audit(utcnow() - timedelta(days=retention))
+                return await apply_retention(self.store, retention, utcnow())
 
             self._tasks.append(asyncio.create_task(run_periodically("prune", 3600.0, prune, stop=self._stop)))
 

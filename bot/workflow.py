@@ -16,8 +16,9 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
+from bot.metrics import REQUEST_OUTCOMES, Metrics
 from bot.modelarts.client import BatchOutcome, ModelArtsClient
 from bot.modelarts.errors import ModelArtsError, PoolNotFound
 from bot.modelarts.models import is_locked
@@ -115,6 +116,14 @@ class WorkflowSettings:
     lease_seconds: float = 60.0
     preview_timeout_seconds: float = 10.0
     replica_id: str = field(default_factory=default_replica_id)
+    # How long an unlock call a stopped replica had sent may still land at ModelArts (its HTTP timeout): a
+    # replica taking over an `executing` request waits this long before reading lock state, so it does not
+    # read "still locked" and send the same unlock a second time while the first is still on its way.
+    in_flight_seconds: float = 30.0
+    # How many submissions (policy check, preview, store, approval message) run at once. A burst of commands
+    # waits its turn here, so their follow-up work cannot crowd out the acknowledgements of the next ones in
+    # the event loop (Slack shows an error after 3 s without one); see bench/ack_latency.py, BENCHMARKS.md.
+    submit_concurrency: int = 4
 
 
 class Workflow:
@@ -130,6 +139,7 @@ class Workflow:
         notifier: Notifier,
         settings: WorkflowSettings | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -138,6 +148,8 @@ class Workflow:
         self.notifier = notifier
         self.settings = settings or WorkflowSettings()
         self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics(process=False)
+        self._submitting = asyncio.Semaphore(self.settings.submit_concurrency)
 
     # -- making a request ------------------------------------------------------------------------------
 
@@ -151,12 +163,21 @@ class Workflow:
         retry_of: str | None = None,
     ) -> Reply:
         """Check the caller and the command, then create a pending request and post it for approval."""
+        async with self._submitting:
+            return await self._submit(
+                command, team_id=team_id, channel_id=channel_id, user_id=user_id, retry_of=retry_of
+            )
+
+    async def _submit(
+        self, command: ParsedCommand, *, team_id: str, channel_id: str, user_id: str, retry_of: str | None
+    ) -> Reply:
         refusal = await self.vet(command.pool, len(command.nodes), user_id=user_id, channel_id=channel_id)
         if refusal is not None:
             return refusal
         pool_policy = self.policy.for_pool(command.pool)
         preview = await self.preview(command.pool, command.nodes)
         if isinstance(preview, Reply):
+            self._refused(user_id=user_id, channel_id=channel_id, pool=command.pool, why="pool_not_found")
             return preview
         if command.dry_run:
             return Reply(dry_run_text(command, preview))
@@ -182,8 +203,11 @@ class Workflow:
             ts = await self.notifier.announce(request, preview)
         except AnnounceFailed as exc:
             # Without its message nobody can approve it: close it now rather than leave it pending.
-            log.exception("could not post request", extra={"event": "announce_failed", "request_id": request.id})
-            await self.store.transition(
+            log.exception(
+                "could not post request",
+                extra={"event": "announce_failed", "request_id": request.id, "channel_id": channel_id},
+            )
+            closed = await self.store.transition(
                 request.id,
                 RequestState.PENDING,
                 RequestState.CANCELLED,
@@ -191,23 +215,15 @@ class Workflow:
                 now=self.clock(),
                 detail=f"could not post the approval message: {exc}",
             )
+            if closed is not None:
+                self._note(closed, "cancelled", user_id=SYSTEM_ACTOR, why="announce_failed")
             return Reply(
                 f":warning: I could not post the approval message in this channel ({exc}); "
                 "nothing was requested. Invite me to the channel (`/invite @unlock-bot`) and try again.",
                 ok=False,
             )
         await self.store.set_message_ts(request.id, ts)
-        log.info(
-            "request created",
-            extra={
-                "event": "request_created",
-                "request_id": request.id,
-                "user_id": user_id,
-                "channel_id": channel_id,
-                "pool": request.pool,
-                "nodes": len(request.nodes),
-            },
-        )
+        self._note(request, "created", user_id=user_id, nodes=len(request.nodes))
         count = plural(len(request.nodes), "node")
         text = f"Request `{request.id}` for {count} in `{request.pool}` is waiting for approval."
         if command.duplicates_dropped:
@@ -218,19 +234,12 @@ class Workflow:
         """The checks that need no ModelArts call: may this user ask this here, and for this many nodes?"""
         decision = await self.authorizer.can_request(user_id, channel_id, pool)
         if not decision.allowed:
-            log.info(
-                "request refused",
-                extra={
-                    "event": "request_refused",
-                    "user_id": user_id,
-                    "channel_id": channel_id,
-                    "pool": pool,
-                },
-            )
+            self._refused(user_id=user_id, channel_id=channel_id, pool=pool, why="policy")
             return Reply(f":no_entry: {decision.reason}", ok=False, about="pool")
         try:
             check_node_limit(node_count, self.policy.for_pool(pool).max_nodes_per_request, pool=pool)
         except CommandError as exc:
+            self._refused(user_id=user_id, channel_id=channel_id, pool=pool, why="node_limit")
             return Reply(f":no_entry: {exc}", ok=False, about="nodes")
         return None
 
@@ -290,15 +299,7 @@ class Workflow:
         )
         if approved is None:
             return await self._lost_race(request_id)
-        log.info(
-            "request approved",
-            extra={
-                "event": "request_approved",
-                "request_id": request_id,
-                "user_id": user_id,
-                "pool": request.pool,
-            },
-        )
+        self._note(approved, "approved", user_id=user_id)
         await self.execute(approved)
         return Reply(f"You approved `{request_id}`.", request=approved)
 
@@ -341,17 +342,44 @@ class Workflow:
         )
         if closed is None:
             return await self._lost_race(request.id)
-        log.info(
-            f"request {verb}",
-            extra={
-                "event": f"request_{verb}",
-                "request_id": request.id,
-                "user_id": user_id,
-                "pool": request.pool,
-            },
-        )
+        self._note(closed, state.value, user_id=user_id)
         await self.notifier.refresh(closed)
         return Reply(f"You {verb} `{request.id}`.", request=closed)
+
+    def _note(
+        self, request: UnlockRequest, event: str, *, user_id: str, level: int = logging.INFO, **fields: Any
+    ) -> None:
+        """The one log line per request transition (who acted, where, which request), and its count.
+
+        `event` is the state entered (or `resumed`); outcomes in `REQUEST_OUTCOMES` are also counted.
+        Never pass a payload, a header or an error carrying credentials here.
+        """
+        if event in REQUEST_OUTCOMES:
+            self.metrics.request(event)
+        log.log(
+            level,
+            "request %s %s",
+            request.id,
+            event.replace("_", " "),
+            extra={
+                "event": f"request_{event}",
+                "request_id": request.id,
+                "user_id": user_id,
+                "requester_id": request.requester_id,
+                "channel_id": request.channel_id,
+                "pool": request.pool,
+                "state": request.state.value,
+                **fields,
+            },
+        )
+
+    def _refused(self, *, user_id: str, channel_id: str, pool: str, why: str) -> None:
+        """A command turned down before any request existed: logged and counted, never audited."""
+        self.metrics.request("refused")
+        log.info(
+            "request refused",
+            extra={"event": "request_refused", "user_id": user_id, "channel_id": channel_id, "pool": pool, "why": why},
+        )
 
     async def _lost_race(self, request_id: str) -> Reply:
         """Someone else changed the request between our read and our compare-and-set."""
@@ -381,10 +409,7 @@ class Workflow:
         )
         if expired is None:
             return False
-        log.info(
-            "request expired",
-            extra={"event": "request_expired", "request_id": request.id, "pool": request.pool},
-        )
+        self._note(expired, "expired", user_id=SYSTEM_ACTOR)
         await self.notifier.refresh(expired)
         return True
 
@@ -412,8 +437,10 @@ class Workflow:
         )
         if executing is None:
             return None
-        await self.notifier.refresh(executing)
-        return await self._run(executing, resumed=False)
+        self._note(executing, "executing", user_id=SYSTEM_ACTOR, nodes=len(executing.nodes))
+        with self.metrics.requests_executing.track_inprogress():
+            await self.notifier.refresh(executing)
+            return await self._run(executing, resumed=False)
 
     async def resume_stale(self) -> int:
         """Finish requests whose executing replica died: take over its lease once it has run out."""
@@ -442,28 +469,62 @@ class Workflow:
                 if reread is None or reread.state is not RequestState.EXECUTING:
                     continue
                 current = reread
-            log.warning(
-                "resuming request after its replica stopped",
-                extra={"event": "request_resumed", "request_id": current.id, "pool": current.pool},
+            # The takeover belongs in the trail: which replica finished the request, and from which state.
+            await self.store.audit(
+                "resumed",
+                request_id=current.id,
+                actor=SYSTEM_ACTOR,
+                now=now,
+                detail={"from": stale.state.value, "lease_owner": self.settings.replica_id},
             )
-            await self._run(current, resumed=True)
+            self._note(current, "resumed", user_id=SYSTEM_ACTOR, level=logging.WARNING)
+            # Only an `executing` request may have an unlock call of the stopped replica still on its way.
+            with self.metrics.requests_executing.track_inprogress():
+                await self._run(current, resumed=True, in_flight=stale.state is RequestState.EXECUTING)
             count += 1
         return count
 
-    async def _run(self, request: UnlockRequest, *, resumed: bool) -> UnlockRequest | None:
+    async def _run(self, request: UnlockRequest, *, resumed: bool, in_flight: bool = False) -> UnlockRequest | None:
         async with self._heartbeat(request.id):
             todo = await self.store.nodes_without_result(request.id)
             problems: list[str] = []
+            stored: list[NodeResult] | None = None
+            if todo and in_flight and self.settings.in_flight_seconds > 0:
+                log.info(
+                    "waiting for calls of the stopped replica to land before reading lock state",
+                    extra={
+                        "event": "resume_wait",
+                        "request_id": request.id,
+                        "seconds": self.settings.in_flight_seconds,
+                    },
+                )
+                await asyncio.sleep(self.settings.in_flight_seconds)
             if todo:
                 outcome = await self._unlock(request, todo, resumed=resumed)
                 problems = [str(error) for error in outcome.errors]
-                await self.store.record_results(request.id, outcome.results, actor=SYSTEM_ACTOR, now=self.clock())
-            results = await self.store.results(request.id)
+                # Chunks were recorded as they landed; record only what changed since (e.g. unknown, then re-read),
+                # so the audit trail has one `node_result` per node and outcome, not one per write.
+                recorded = {r.node: r for r in await self.store.results(request.id)}
+                fresh = [r for r in outcome.results if recorded.get(r.node) != r]
+                await self.store.record_results(request.id, fresh, actor=SYSTEM_ACTOR, now=self.clock())
+                if not fresh:  # what was just read is still all there is: spare re-reading thousands of rows
+                    stored = list(recorded.values())
+            results = stored if stored is not None else await self.store.results(request.id)
             changed = await self._preview_drift(request, results)
             if changed:
                 await self.notifier.thread_note(request, changed)
             final_state = final_state_for(results, expected=len(request.nodes))
             detail = problems[0] if problems and final_state is RequestState.FAILED else None
+            # Results go to the thread before the final state is stored: a replica dying in between leaves
+            # the request `executing`, and whoever resumes it posts them again (twice beats never).
+            try:
+                await self.notifier.post_results(
+                    request.with_state(final_state, detail=detail), results, problems=problems, resumed=resumed
+                )
+            except Exception:
+                log.exception(
+                    "could not post results", extra={"event": "post_results_failed", "request_id": request.id}
+                )
             finished = await self.store.transition(
                 request.id,
                 RequestState.EXECUTING,
@@ -474,17 +535,14 @@ class Workflow:
             )
             if finished is None:
                 return None
-            log.info(
-                "request finished",
-                extra={
-                    "event": "request_finished",
-                    "request_id": request.id,
-                    "state": final_state.value,
-                    "pool": request.pool,
-                    "modelarts_request_ids": sorted({r.request_id for r in results if r.request_id}),
-                },
+            self.metrics.results(results)
+            self._note(
+                finished,
+                final_state.value,
+                user_id=SYSTEM_ACTOR,
+                modelarts_request_ids=sorted({r.request_id for r in results if r.request_id}),
+                **{status.value: sum(1 for r in results if r.status is status) for status in NodeStatus},
             )
-            await self.notifier.post_results(finished, results, problems=problems, resumed=resumed)
             await self.notifier.refresh(finished, results)
             await self.store.release_lease(request.id, self.settings.replica_id)
             return finished
@@ -544,7 +602,8 @@ class Workflow:
                 f"{plural(len(appeared), 'node')} not in the pool at preview time unlocked anyway: {names(appeared)}"
             )
         if gone:
-            lines.append(f"{plural(len(gone), 'node')} in the pool at preview time have left it since: {names(gone)}")
+            verb = "has" if len(gone) == 1 else "have"
+            lines.append(f"{plural(len(gone), 'node')} in the pool at preview time {verb} left it since: {names(gone)}")
         if not lines:
             return None
         return ":twisted_rightwards_arrows: Changed since the preview — " + "; ".join(lines) + "."

@@ -130,6 +130,10 @@ class SlackDriver:
         return await self._http.post(self.bot_url, content=body, headers=dict(headers))
 
     async def _deliver(self, body: bytes) -> tuple[httpx.Response, float]:
+        """Send one payload (as HTTP mode would POST it); the ack and how long it took.
+
+        The one transport seam: bot.sandbox.socket_mode overrides it to send the same payloads as envelopes.
+        """
         self._last_body = body
         headers = {"Content-Type": FORM, "User-Agent": USER_AGENT, **self.sign(body)}
         started = time.monotonic()

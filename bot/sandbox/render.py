@@ -7,6 +7,8 @@ has blocks, Slack shows the blocks (the `text` is only the notification fallback
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
 
 RULE = "-" * 40
 FIELD_WIDTH = 38
+_SPECIAL = re.compile(r"<([@#!])([^|>]*)(?:\|([^>]*))?>")
 
 
 def _text(obj: Any) -> str:
@@ -167,8 +170,19 @@ def _attachment(att: dict[str, Any]) -> list[str]:
     return lines + [f"| {line}" for line in body]
 
 
-def render_message(msg: dict[str, Any]) -> str:
-    """A message (`text`, `blocks`, `attachments`) as plain text."""
+def render_message(
+    msg: dict[str, Any],
+    *,
+    users: Mapping[str, Mapping[str, str]] | None = None,
+    channels: Mapping[str, str] | None = None,
+) -> str:
+    """A message (`text`, `blocks`, `attachments`) as plain text.
+
+    Given `users` (ID → profile with `name`) and/or `channels` (ID → name), it reads as a Slack client shows
+    it: mentions by name, dates, entities and emoji resolved (see `resolve_mentions`) before the layout.
+    """
+    if users is not None or channels is not None:
+        msg = _as_shown(msg, users or {}, channels or {})
     blocks = msg.get("blocks") or []
     lines: list[str] = []
     if blocks:
@@ -192,6 +206,72 @@ def render_view(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+EMOJI = {
+    "boom": "💥",
+    "gear": "⚙️",
+    "grey_question": "❔",
+    "heavy_multiplication_x": "✖️",
+    "hourglass": "⌛",
+    "hourglass_flowing_sand": "⏳",
+    "large_green_circle": "🟢",
+    "large_orange_circle": "🟠",
+    "no_entry": "⛔",
+    "recycle": "♻️",
+    "red_circle": "🔴",
+    "twisted_rightwards_arrows": "🔀",
+    "unlock": "🔓",
+    "warning": "⚠️",
+    "white_check_mark": "✅",
+    "white_circle": "⚪",
+    "x": "❌",
+}
+_EMOJI = re.compile(r":([a-z0-9_+-]+):")
+
+
+def resolve_mentions(
+    text: str, users: Mapping[str, Mapping[str, str]] | None = None, channels: Mapping[str, str] | None = None
+) -> str:
+    """What a Slack client shows for `<@U…>`, `<#C…>`, `<!subteam^S…>`, `<!date^…|fallback>`, `&lt;` and `:x:`.
+
+    Known users become `@name` and known channels `#name`; unknown IDs are left as written. Dates show
+    their fallback text (the client would format them in the reader's time zone); the emoji the bot uses
+    become the characters (others keep their `:name:`).
+    """
+    users = users or {}
+    channels = channels or {}
+
+    def replace(match: re.Match[str]) -> str:
+        sigil, target, label = match.group(1), match.group(2), match.group(3)
+        if sigil == "@" and (target in users or label):
+            return "@" + (users.get(target, {}).get("name") or label or target)
+        if sigil == "#" and (target in channels or label):
+            return "#" + (channels.get(target) or label or target)
+        if sigil == "!" and target.startswith("date^") and label is not None:
+            return label
+        if sigil == "!" and target.startswith("subteam^") and label:
+            return label
+        if sigil == "!" and target in ("here", "channel", "everyone"):
+            return "@" + target
+        return match.group(0)
+
+    text = _EMOJI.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), _SPECIAL.sub(replace, text))
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _as_shown(obj: Any, users: Mapping[str, Mapping[str, str]], channels: Mapping[str, str]) -> Any:
+    """A copy of a message whose every `text` string is resolved, so layout sees the names it will show."""
+    if isinstance(obj, dict):
+        return {
+            key: resolve_mentions(value, users, channels)
+            if key == "text" and isinstance(value, str)
+            else _as_shown(value, users, channels)
+            for key, value in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_as_shown(item, users, channels) for item in obj]
+    return obj
+
+
 def _indent(text: str, prefix: str) -> list[str]:
     return [f"{prefix}{line}" if line else prefix.rstrip() for line in text.split("\n")]
 
@@ -200,26 +280,34 @@ def render_channel(state: SlackStandIn, channel: str) -> str:
     """A channel as a person scrolling it would read it (the named user's ephemerals included for all).
 
     Messages in order, edits applied (marked "(edited)"), thread replies indented under their parent,
-    ephemerals marked "(only visible to U…)".
+    ephemerals marked "(only visible to U…)"; users and channels the stand-in knows by name are shown by
+    name (`@alice`, `#incidents`), as a Slack client shows them.
     """
     from bot.sandbox.records import BOT_NAME
 
+    def person(user_id: str) -> str:
+        name = state.users.get(user_id, {}).get("name")
+        return f"@{name}" if name else user_id
+
+    def shown(msg: dict[str, Any]) -> str:
+        return render_message(msg, users=state.users, channels=state.channels)
+
     entries: list[tuple[float, list[str]]] = []
     for msg in state.messages(channel):
-        who = BOT_NAME if msg.is_bot else msg.user
+        who = BOT_NAME if msg.is_bot else person(msg.user)
         edited = " (edited)" if msg.edits else ""
-        lines = [f"{who}:{edited}", *_indent(render_message(msg.to_slack()), "  ")]
+        lines = [f"{who}:{edited}", *_indent(shown(msg.to_slack()), "  ")]
         for reply in state.thread(channel, msg.ts):
-            reply_who = BOT_NAME if reply.is_bot else reply.user
+            reply_who = BOT_NAME if reply.is_bot else person(reply.user)
             lines.append(f"    ↳ {reply_who}:{' (edited)' if reply.edits else ''}")
-            lines += _indent(render_message(reply.to_slack()), "        ")
+            lines += _indent(shown(reply.to_slack()), "        ")
         entries.append((float(msg.ts), lines))
     for eph in state.ephemerals(channel=channel):
         who = "Slack" if eph.via == "slack" else BOT_NAME
         where = ", in thread" if eph.thread_ts else ""
         lines = [
-            f"{who}: (only visible to {eph.user}{where})",
-            *_indent(render_message(eph.to_slack()), "  "),
+            f"{who}: (only visible to {person(eph.user)}{where})",
+            *_indent(shown(eph.to_slack()), "  "),
         ]
         entries.append((float(eph.ts), lines))
     entries.sort(key=lambda e: e[0])

@@ -20,6 +20,7 @@ import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -101,6 +102,14 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class PluggedMethod:
+    """A Web API method answered by another part of the sandbox (see `SlackStandIn.plug_method`)."""
+
+    handler: Callable[[dict[str, Any]], dict[str, Any]]
+    check_token: Callable[[str], str | None]
+
+
 def _random_id(prefix: str, length: int = 10) -> str:
     alphabet = string.ascii_uppercase + string.digits
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
@@ -164,6 +173,7 @@ class SlackStandIn:
         self.clock = clock
         self._lock = threading.RLock()
         self._last_us = 0
+        self._plugged: dict[str, PluggedMethod] = {}
         self._init_records()
 
     def _init_records(self) -> None:
@@ -354,14 +364,35 @@ class SlackStandIn:
             )
             return ApiResult(status, body, headers)
 
+    def plug_method(
+        self,
+        method: str,
+        handler: Callable[[dict[str, Any]], dict[str, Any]],
+        check_token: Callable[[str], str | None],
+    ) -> None:
+        """Answer `method` with `handler`, authenticated by `check_token` instead of the bot token.
+
+        For parts of Slack that live elsewhere in the sandbox: the Socket Mode stand-in plugs in
+        `apps.connections.open`, which takes the app-level token (`xapp-…`). `check_token` returns the Slack
+        error for a token it refuses (`invalid_auth`, `not_allowed_token_type`), None to accept it. The
+        handler runs under the stand-in's lock and may raise `SlackError`. Kept across `reset()`.
+        """
+        with self._lock:
+            self._plugged[method] = PluggedMethod(handler, check_token)
+
     def _dispatch(self, method: str, params: dict[str, Any], token: Any) -> dict[str, Any]:
-        handler = self._handlers().get(method)
+        plugged = self._plugged.get(method)
+        handler = plugged.handler if plugged else self._handlers().get(method)
         if handler is None:
             return {"ok": False, "error": "unknown_method", "req_method": method}
         decode_error = _decode_json_fields(params)  # recorded params show blocks/view as JSON, not strings
         if not token:
             return {"ok": False, "error": "not_authed"}
-        if not isinstance(token, str) or not self._token_ok(token):
+        if plugged is not None:
+            refused = plugged.check_token(token) if isinstance(token, str) else "invalid_auth"
+            if refused:
+                return {"ok": False, "error": refused}
+        elif not isinstance(token, str) or not self._token_ok(token):
             return {"ok": False, "error": "invalid_auth"}
         if self._rate_limit_next.get(method, 0) > 0:
             self._rate_limit_next[method] -= 1

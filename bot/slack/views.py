@@ -129,7 +129,6 @@ def request_message(
     fields = [
         mrkdwn(f"*Requested by*\n<@{request.requester_id}>"),
         mrkdwn(f"*Pool*\n`{request.pool}`"),
-        mrkdwn(f"*Nodes*\n{len(request.nodes):,}"),
         mrkdwn(f"*Request*\n`{request.id}`"),
     ]
     if request.state is RequestState.PENDING:
@@ -189,7 +188,7 @@ def decision_buttons(request: UnlockRequest) -> ActionsBlock:
 
 def nodes_summary(nodes: Sequence[str]) -> str:
     """The full node list when it fits in one section, else the first ones and how many more."""
-    full = f"*Nodes*\n{code_list(nodes)}"
+    full = f"*Nodes* ({len(nodes):,})\n{code_list(nodes)}"
     if len(full) <= SECTION_BUDGET:
         return full
     shown: list[str] = []
@@ -315,6 +314,7 @@ class Choice:
 
     value: str
     label: str
+    keywords: str | None = None  # what a search matches; the value when None (not the label's decorations)
 
 
 def unlock_modal(*, channel_id: str | None, private_metadata: str) -> View:
@@ -371,7 +371,7 @@ def unlock_modal(*, channel_id: str | None, private_metadata: str) -> View:
 
 
 def options(choices: Sequence[Choice], query: str) -> list[Option]:
-    """Choices whose value contains what was typed, in the given order, at most Slack's 100."""
+    """Choices whose value (or keywords) contain what was typed, in the given order, at most Slack's 100."""
     needle = query.strip().lower()
-    matching = [c for c in choices if needle in c.value.lower() or needle in c.label.lower()]
+    matching = [c for c in choices if needle in (c.value if c.keywords is None else c.keywords).lower()]
     return [Option(value=c.value[:150], text=PlainTextObject(text=c.label[:75])) for c in matching[:MAX_OPTIONS]]

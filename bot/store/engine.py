@@ -15,6 +15,16 @@ from bot.config import normalize_database_url
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or used; the message names it (password hidden) and says why."""
+
+    def __init__(self, url: str | URL, cause: BaseException) -> None:
+        self.url = safe_url(url)
+        reason = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+        why = reason[0] if reason else type(cause).__name__
+        super().__init__(f"cannot use the database {self.url}: {why}")
+
+
 def parse_url(url: str) -> URL:
     """The SQLAlchemy URL for `url`, with plain `sqlite://` / `postgresql://` mapped to the async drivers."""
     return make_url(normalize_database_url(url))

@@ -8,6 +8,7 @@ writers queue on the busy timeout rather than fail on a lock upgrade.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -31,6 +32,9 @@ TRANSITION_FIELDS = frozenset({"decided_by", "decided_at", "message_ts", "expire
 # Held while migrating so two replicas starting together do not both create the tables (PostgreSQL only).
 _MIGRATION_LOCK_KEY = 0x756E6C6F636B  # "unlock"
 
+# Keys (delivery keys, node names) per statement at most: far below any driver's limit on bound parameters.
+_KEYS_PER_STATEMENT = 500
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -51,6 +55,9 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # first_delivery's group commit: keys waiting for the next INSERT, and the task writing them.
+        self._deliveries: dict[str, list[tuple[datetime, asyncio.Future[bool]]]] = {}
+        self._delivery_writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(cls, url: str) -> Store:
@@ -166,6 +173,16 @@ class Store:
         async with self._engine.connect() as conn:
             found = await _load_requests(conn, [request_id])
         return found[0] if found else None
+
+    async def get_requests(self, request_ids: Iterable[str], *, batch: int = 500) -> dict[str, UnlockRequest]:
+        """Several requests by ID (unknown IDs left out), a few queries rather than one per request."""
+        wanted = list(dict.fromkeys(request_ids))
+        found: dict[str, UnlockRequest] = {}
+        async with self._engine.connect() as conn:
+            for start in range(0, len(wanted), batch):
+                for request in await _load_requests(conn, wanted[start : start + batch]):
+                    found[request.id] = request
+        return found
 
     async def transition(
         self,
@@ -358,12 +375,19 @@ class Store:
             pool = (await conn.execute(select(requests.c.pool).where(requests.c.id == request_id))).scalar()
             if pool is None:
                 raise LookupError(f"no request {request_id}")
-            known = set(
-                (
-                    await conn.execute(select(request_nodes.c.node).where(request_nodes.c.request_id == request_id))
-                ).scalars()
-            )
-            strangers = sorted({r.node for r in results} - known)
+            # Only the nodes being recorded are looked up: a 2,000-node request records a chunk at a time, and
+            # reading all its nodes for each chunk cost a quarter of the recording (BENCHMARKS.md).
+            names = sorted({r.node for r in results})
+            known: set[str] = set()
+            for start in range(0, len(names), _KEYS_PER_STATEMENT):
+                part = names[start : start + _KEYS_PER_STATEMENT]
+                found = await conn.execute(
+                    select(request_nodes.c.node).where(
+                        request_nodes.c.request_id == request_id, request_nodes.c.node.in_(part)
+                    )
+                )
+                known.update(found.scalars())
+            strangers = [name for name in names if name not in known]
             if strangers:
                 raise ValueError(f"request {request_id} has no node(s) {', '.join(strangers[:5])}")
             await conn.execute(
@@ -414,17 +438,54 @@ class Store:
     # -- Slack delivery dedupe -----------------------------------------------------------------------------
 
     async def first_delivery(self, key: str, now: datetime) -> bool:
-        """True the first time `key` is seen (by any process), False for every repeat."""
+        """True the first time `key` is seen (by any process), False for every repeat.
+
+        Calls made while a write is under way share the next one (a group commit): a burst of Slack deliveries
+        costs one transaction per batch, not one each, which keeps the event loop free to acknowledge them.
+        """
+        loop = asyncio.get_running_loop()
+        writer = self._delivery_writer
+        if writer is not None and writer.get_loop() is not loop:  # a store reused from another event loop
+            self._deliveries, writer = {}, None
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._deliveries.setdefault(key, []).append((now, waiter))
+        if writer is None or writer.done():
+            self._delivery_writer = loop.create_task(self._write_deliveries(), name="store:first_delivery")
+        return await waiter
+
+    async def _write_deliveries(self) -> None:
+        while self._deliveries:
+            keys = list(self._deliveries)[:_KEYS_PER_STATEMENT]
+            batch = {key: [waiter for _, waiter in self._deliveries[key]] for key in keys}
+            seen_at = {key: self._deliveries.pop(key)[0][0] for key in keys}
+            try:
+                inserted = await self._insert_deliveries(seen_at)
+            except Exception as exc:
+                for waiter in (w for waiters in batch.values() for w in waiters if not w.done()):
+                    waiter.set_exception(exc)
+                continue
+            except BaseException:  # cancelled: nobody will answer these callers, so do not leave them waiting
+                for waiter in (w for waiters in batch.values() for w in waiters):
+                    waiter.cancel()
+                raise
+            for key, waiters in batch.items():
+                first = key in inserted  # goes to one caller only, even when a key came twice in one batch
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(first)
+                        first = False
+
+    async def _insert_deliveries(self, keys: Mapping[str, datetime]) -> set[str]:
+        """Record `keys` (key → first seen at); return those no process had recorded before."""
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         statement = (
             dialect_insert(slack_deliveries)
-            .values(key=key, first_seen_at=now)
+            .values([{"key": key, "first_seen_at": at} for key, at in keys.items()])
             .on_conflict_do_nothing(index_elements=[slack_deliveries.c.key])
             .returning(slack_deliveries.c.key)  # rowcount is not reported by every driver here (psycopg)
         )
         async with self._engine.begin() as conn:
-            inserted = (await conn.execute(statement)).first()
-        return inserted is not None
+            return set((await conn.execute(statement)).scalars())
 
     async def prune_deliveries(self, older_than: datetime) -> int:
         """Forget delivery keys first seen before `older_than` (Slack stops retrying within minutes)."""

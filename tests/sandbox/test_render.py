@@ -156,3 +156,32 @@ def test_render_channel_threads_edits_and_ephemerals() -> None:
             "  You may not approve.",
         ]
     )
+
+
+def test_render_channel_reads_as_a_slack_client_shows_it() -> None:
+    state = SlackStandIn(users={"U0ALICE": {"name": "alice"}}, channels={"C0INC": "incidents"})
+    fields = [
+        MarkdownTextObject(text="*Requested by*\n<@U0ALICE>"),
+        MarkdownTextObject(text="*Expires*\n<!date^1700000000^{date_short_pretty}|2023-11-14 22:13 UTC>"),
+    ]
+    blocks = [
+        SectionBlock(fields=fields),
+        SectionBlock(text=":no_entry: <@U0BOB> in <#C0INC>: a &lt;b&gt; &amp; c :not_an_emoji:"),
+    ]
+    state.call(
+        "chat.postMessage",
+        {"channel": "C0INC", "text": "x", "blocks": [b.to_dict() for b in blocks]},
+        authorization=AUTH,
+    )
+    state.call("chat.postEphemeral", {"channel": "C0INC", "user": "U0ALICE", "text": "hi"}, authorization=AUTH)
+
+    assert render_channel(state, "C0INC") == "\n".join(
+        [
+            "unlock-bot:",
+            f"  {'*Requested by*':<38}  *Expires*",
+            f"  {'@alice':<38}  2023-11-14 22:13 UTC",  # resolved before the columns are laid out
+            "  ⛔ <@U0BOB> in #incidents: a <b> & c :not_an_emoji:",  # unknown users stay as written
+            "unlock-bot: (only visible to @alice)",
+            "  hi",
+        ]
+    )
