@@ -82,6 +82,10 @@ class Reply:
     about: str | None = None  # which input a refusal concerns: "pool" or "nodes" (the modal marks that field)
 
 
+class LeaseLost(Exception):
+    """Another replica holds the execution lease of a request we were working on."""
+
+
 class AnnounceFailed(Exception):
     """The chat side could not post a request's approval message; the text says why (e.g. `not_in_channel`)."""
 
@@ -485,67 +489,72 @@ class Workflow:
         return count
 
     async def _run(self, request: UnlockRequest, *, resumed: bool, in_flight: bool = False) -> UnlockRequest | None:
-        async with self._heartbeat(request.id):
-            todo = await self.store.nodes_without_result(request.id)
-            problems: list[str] = []
-            stored: list[NodeResult] | None = None
-            if todo and in_flight and self.settings.in_flight_seconds > 0:
-                log.info(
-                    "waiting for calls of the stopped replica to land before reading lock state",
-                    extra={
-                        "event": "resume_wait",
-                        "request_id": request.id,
-                        "seconds": self.settings.in_flight_seconds,
-                    },
-                )
-                await asyncio.sleep(self.settings.in_flight_seconds)
-            if todo:
-                outcome = await self._unlock(request, todo, resumed=resumed)
-                problems = [str(error) for error in outcome.errors]
-                # Chunks were recorded as they landed; record only what changed since (e.g. unknown, then re-read),
-                # so the audit trail has one `node_result` per node and outcome, not one per write.
-                recorded = {r.node: r for r in await self.store.results(request.id)}
-                fresh = [r for r in outcome.results if recorded.get(r.node) != r]
-                await self.store.record_results(request.id, fresh, actor=SYSTEM_ACTOR, now=self.clock())
-                if not fresh:  # what was just read is still all there is: spare re-reading thousands of rows
-                    stored = list(recorded.values())
-            results = stored if stored is not None else await self.store.results(request.id)
-            changed = await self._preview_drift(request, results)
-            if changed:
-                await self.notifier.thread_note(request, changed)
-            final_state = final_state_for(results, expected=len(request.nodes))
-            detail = problems[0] if problems and final_state is RequestState.FAILED else None
-            # Results go to the thread before the final state is stored: a replica dying in between leaves
-            # the request `executing`, and whoever resumes it posts them again (twice beats never).
-            try:
-                await self.notifier.post_results(
-                    request.with_state(final_state, detail=detail), results, problems=problems, resumed=resumed
-                )
-            except Exception:
-                log.exception(
-                    "could not post results", extra={"event": "post_results_failed", "request_id": request.id}
-                )
-            finished = await self.store.transition(
-                request.id,
-                RequestState.EXECUTING,
-                final_state,
-                actor=SYSTEM_ACTOR,
-                now=self.clock(),
-                detail=detail,
+        """Finish a request we hold the lease on; None if someone else finished it or took it over."""
+        try:
+            async with self._heartbeat(request.id):
+                return await self._finish(request, resumed=resumed, in_flight=in_flight)
+        except LeaseLost:
+            return None
+
+    async def _finish(self, request: UnlockRequest, *, resumed: bool, in_flight: bool) -> UnlockRequest | None:
+        todo = await self.store.nodes_without_result(request.id)
+        problems: list[str] = []
+        stored: list[NodeResult] | None = None
+        if todo and in_flight and self.settings.in_flight_seconds > 0:
+            log.info(
+                "waiting for calls of the stopped replica to land before reading lock state",
+                extra={
+                    "event": "resume_wait",
+                    "request_id": request.id,
+                    "seconds": self.settings.in_flight_seconds,
+                },
             )
-            if finished is None:
-                return None
-            self.metrics.results(results)
-            self._note(
-                finished,
-                final_state.value,
-                user_id=SYSTEM_ACTOR,
-                modelarts_request_ids=sorted({r.request_id for r in results if r.request_id}),
-                **{status.value: sum(1 for r in results if r.status is status) for status in NodeStatus},
+            await asyncio.sleep(self.settings.in_flight_seconds)
+        if todo:
+            outcome = await self._unlock(request, todo, resumed=resumed)
+            problems = [str(error) for error in outcome.errors]
+            # Chunks were recorded as they landed; record only what changed since (e.g. unknown, then re-read),
+            # so the audit trail has one `node_result` per node and outcome, not one per write.
+            recorded = {r.node: r for r in await self.store.results(request.id)}
+            fresh = [r for r in outcome.results if recorded.get(r.node) != r]
+            await self.store.record_results(request.id, fresh, actor=SYSTEM_ACTOR, now=self.clock())
+            if not fresh:  # what was just read is still all there is: spare re-reading thousands of rows
+                stored = list(recorded.values())
+        results = stored if stored is not None else await self.store.results(request.id)
+        changed = await self._preview_drift(request, results)
+        if changed:
+            await self.notifier.thread_note(request, changed)
+        final_state = final_state_for(results, expected=len(request.nodes))
+        detail = problems[0] if problems and final_state is RequestState.FAILED else None
+        # Results go to the thread before the final state is stored: a replica dying in between leaves
+        # the request `executing`, and whoever resumes it posts them again (twice beats never).
+        try:
+            await self.notifier.post_results(
+                request.with_state(final_state, detail=detail), results, problems=problems, resumed=resumed
             )
-            await self.notifier.refresh(finished, results)
-            await self.store.release_lease(request.id, self.settings.replica_id)
-            return finished
+        except Exception:
+            log.exception("could not post results", extra={"event": "post_results_failed", "request_id": request.id})
+        finished = await self.store.transition(
+            request.id,
+            RequestState.EXECUTING,
+            final_state,
+            actor=SYSTEM_ACTOR,
+            now=self.clock(),
+            detail=detail,
+        )
+        if finished is None:
+            return None
+        self.metrics.results(results)
+        self._note(
+            finished,
+            final_state.value,
+            user_id=SYSTEM_ACTOR,
+            modelarts_request_ids=sorted({r.request_id for r in results if r.request_id}),
+            **{status.value: sum(1 for r in results if r.status is status) for status in NodeStatus},
+        )
+        await self.notifier.refresh(finished, results)
+        await self.store.release_lease(request.id, self.settings.replica_id)
+        return finished
 
     async def _unlock(self, request: UnlockRequest, nodes: Sequence[str], *, resumed: bool) -> BatchOutcome:
         """Call batch-unlock, record each chunk as it lands, and settle any unknown outcome by re-reading."""
@@ -610,20 +619,39 @@ class Workflow:
 
     @contextlib.asynccontextmanager
     async def _heartbeat(self, request_id: str) -> AsyncIterator[None]:
-        """Renew our execution lease while we work, so no other replica takes the request over."""
+        """Renew our execution lease while we work, so no other replica takes the request over.
+
+        If the lease is lost anyway (a stall longer than the lease, and another replica took over), the work
+        is cancelled at its next await and `LeaseLost` raised: the new owner finishes it, we must not go on
+        sending unlock calls beside it.
+        """
+        worker = asyncio.current_task()
+        lost = False
 
         async def beat() -> None:
+            nonlocal lost
             interval = self.settings.lease_seconds / 3
             while True:
                 await asyncio.sleep(interval)
                 until = self.clock() + timedelta(seconds=self.settings.lease_seconds)
                 if not await self.store.renew_lease(request_id, self.settings.replica_id, until):
-                    log.error("lost the execution lease", extra={"event": "lease_lost", "request_id": request_id})
+                    lost = True
+                    log.error(
+                        "lost the execution lease: stopping, another replica finishes the request",
+                        extra={"event": "lease_lost", "request_id": request_id},
+                    )
+                    if worker is not None:
+                        worker.cancel()
                     return
 
         task = asyncio.create_task(beat(), name=f"lease:{request_id}")
         try:
             yield
+        except asyncio.CancelledError:
+            if lost and worker is not None:
+                worker.uncancel()
+                raise LeaseLost(request_id) from None
+            raise
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
