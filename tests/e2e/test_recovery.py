@@ -22,8 +22,8 @@ from bot.slack import ids
 from bot.store import Store
 from tests.e2e.conftest import APPROVER, CHANNEL, POLICY, REQUESTER, USERGROUPS
 from tests.e2e.helpers import current, make_request, message_text, thread_replies, wait_for_state, wait_until
-from tests.support.databases import drop_database, fresh_database, postgres_url
-from tests.support.replicas import ReplicaSet, start_replicas
+from tests.support.databases import postgres_url
+from tests.support.replicas import ReplicaSet, postgres_fleet
 
 pytestmark = [
     pytest.mark.postgres,
@@ -37,35 +37,22 @@ HTTP_TIMEOUT = 4.5  # > UNLOCK_LATENCY, so the survivor's own (equally slow) cal
 
 @pytest.fixture
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaSet]:
-    base = postgres_url()
-    assert base is not None
-    workdir = tmp_path_factory.mktemp("recovery")
-    policy = workdir / "policy.yml"
-    policy.write_text(POLICY)
-    url = asyncio.run(fresh_database(base))
-    try:
-        running = start_replicas(
-            database_url=url,
-            policy_path=policy,
-            workdir=workdir,
-            replicas=2,
-            usergroups=USERGROUPS,
-            unlock_bot_lease_seconds=LEASE,
-            unlock_bot_sweep_interval_seconds=0.25,
-            unlock_bot_http_timeout_seconds=HTTP_TIMEOUT,
-            # Two nodes per call, one call at a time: the dead replica gets one call out, the second chunk is
-            # never sent (with more than one at a time, a client that has just had a successful call sends
-            # its first wave at once: bot/modelarts/client.py).
-            unlock_bot_chunk_size=2,
-            unlock_bot_concurrency=1,
-            unlock_bot_max_attempts=1,
-        )
-        try:
-            yield running
-        finally:
-            running.stop()
-    finally:
-        asyncio.run(drop_database(url))
+    with postgres_fleet(
+        tmp_path_factory.mktemp("recovery"),
+        POLICY,
+        replicas=2,
+        usergroups=USERGROUPS,
+        unlock_bot_lease_seconds=LEASE,
+        unlock_bot_sweep_interval_seconds=0.25,
+        unlock_bot_http_timeout_seconds=HTTP_TIMEOUT,
+        # Two nodes per call, one call at a time: the dead replica gets one call out, the second chunk is
+        # never sent (with more than one at a time, a client that has just had a successful call sends
+        # its first wave at once: bot/modelarts/client.py).
+        unlock_bot_chunk_size=2,
+        unlock_bot_concurrency=1,
+        unlock_bot_max_attempts=1,
+    ) as running:
+        yield running
 
 
 @pytest.fixture

@@ -27,8 +27,8 @@ from tests.e2e.helpers import (
     wait_for_state,
     wait_until,
 )
-from tests.support.databases import drop_database, fresh_database, postgres_url
-from tests.support.replicas import ReplicaSet, start_replicas
+from tests.support.databases import postgres_url
+from tests.support.replicas import ReplicaSet, postgres_fleet
 
 pytestmark = [
     pytest.mark.postgres,
@@ -39,28 +39,15 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaSet]:
     """Two replicas, started once for the module (each test works on its own requests and nodes)."""
-    base = postgres_url()
-    assert base is not None
-    workdir = tmp_path_factory.mktemp("replicas")
-    policy = workdir / "policy.yml"
-    policy.write_text(POLICY)
-    url = asyncio.run(fresh_database(base))
-    try:
-        running = start_replicas(
-            database_url=url,
-            policy_path=policy,
-            workdir=workdir,
-            replicas=2,
-            usergroups=USERGROUPS,
-            unlock_bot_sweep_interval_seconds=0.5,
-            unlock_bot_usergroup_cache_seconds=60,
-        )
-        try:
-            yield running
-        finally:
-            running.stop()
-    finally:
-        asyncio.run(drop_database(url))
+    with postgres_fleet(
+        tmp_path_factory.mktemp("replicas"),
+        POLICY,
+        replicas=2,
+        usergroups=USERGROUPS,
+        unlock_bot_sweep_interval_seconds=0.5,
+        unlock_bot_usergroup_cache_seconds=60,
+    ) as running:
+        yield running
 
 
 @pytest.fixture

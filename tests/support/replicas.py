@@ -9,6 +9,8 @@ it is answered), which is how a test catches an unlock call in flight.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -16,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from bot.sandbox.stack import SIMULATOR_AK, SIMULATOR_SK
 from bot.sandbox.webapi import DEFAULT_BOT_TOKEN, SlackStandIn
 from bot.sandbox.webapi import create_app as create_standin_app
 from bot.serving import RunningServer, free_port, start_server
+from tests.support.databases import drop_database, fresh_database, postgres_url
 
 # Only what a Python process needs from the parent's environment: never a developer's real tokens.
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT", "PYTHONPATH")
@@ -254,3 +257,21 @@ def start_replicas(
         fleet.stop()
         raise
     return fleet
+
+
+@contextlib.contextmanager
+def postgres_fleet(workdir: Path, policy: str, **options: Any) -> Iterator[ReplicaSet]:
+    """Replicas on a fresh database of the test PostgreSQL server, dropped again afterwards."""
+    base = postgres_url()
+    assert base is not None, "needs UNLOCK_BOT_TEST_POSTGRES_URL"
+    policy_path = workdir / "policy.yml"
+    policy_path.write_text(policy)
+    url = asyncio.run(fresh_database(base))
+    try:
+        running = start_replicas(database_url=url, policy_path=policy_path, workdir=workdir, **options)
+        try:
+            yield running
+        finally:
+            running.stop()
+    finally:
+        asyncio.run(drop_database(url))
