@@ -7,15 +7,11 @@ The signing secret comes from `SLACK_SIGNING_SECRET`.
 
 from __future__ import annotations
 
-import argparse
-import os
-
-import uvicorn
+from common import endpoint_app, serve_endpoint
 from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
 
 def create_app(signing_secret: str) -> Starlette:
@@ -27,22 +23,11 @@ def create_app(signing_secret: str) -> Starlette:
             return Response(status_code=401)
         return Response(status_code=200)
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(
-        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
-    )
+    return endpoint_app(events)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    app = create_app(os.environ["SLACK_SIGNING_SECRET"])
-    # The same uvicorn options `unlock-bot serve` uses (bot/cli.py).
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, proxy_headers=True)
+    serve_endpoint(create_app, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

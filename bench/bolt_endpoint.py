@@ -8,19 +8,16 @@ parsing, the middleware chain, and its 10 ms poll for the listener's `ack()`). T
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 from typing import Any
 
-import uvicorn
+from common import endpoint_app, serve_endpoint
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.authorization import AuthorizeResult
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
 
 def create_app(signing_secret: str) -> Starlette:
@@ -43,21 +40,11 @@ def create_app(signing_secret: str) -> Starlette:
     async def events(request: Request) -> Response:
         return await handler.handle(request)
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(
-        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
-    )
+    return endpoint_app(events)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    app = create_app(os.environ["SLACK_SIGNING_SECRET"])
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, proxy_headers=True)
+    serve_endpoint(create_app, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and the simulator's records, so nothing of the bot runs in it.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -22,13 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from bot.sandbox.driver import VERIFICATION_TOKEN, SlackDriver
 from bot.sandbox.records import DEFAULT_BOT_TOKEN, TEAM_DOMAIN, TEAM_ID, ResponseContext, mint_response_token
@@ -425,3 +431,24 @@ RESULT_PAGE = re.compile(r"Results for (?P<id>\S+?)(?: \((?P<page>\d+)/(?P<pages
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def endpoint_app(events: Callable[[Request], Awaitable[Response]]) -> Starlette:
+    """A comparison endpoint: `events` on `/slack/events`, and the `/healthz` the harness waits on."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[Route("/slack/events", events, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])]
+    )
+
+
+def serve_endpoint(create_app: Callable[[str], Starlette], description: str) -> None:
+    """Run a comparison endpoint in this process with the uvicorn options `unlock-bot serve` uses (bot/cli.py)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = create_app(os.environ["SLACK_SIGNING_SECRET"])
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False, proxy_headers=True)

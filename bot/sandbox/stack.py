@@ -88,6 +88,17 @@ def stack_settings(
     return ExplicitSettings(**values)
 
 
+def start_fakes(simulator_app: Any, slack: SlackStandIn) -> tuple[RunningServer, RunningServer]:
+    """The ModelArts simulator (any ASGI app wrapping it) and the Slack stand-in, each on a free port."""
+    simulator_server = start_server(simulator_app)
+    try:
+        slack_server = start_server(create_standin_app(slack))
+    except BaseException:
+        simulator_server.stop()
+        raise
+    return simulator_server, slack_server
+
+
 def start_local_stack(
     *,
     policy_path: Path,
@@ -97,18 +108,19 @@ def start_local_stack(
     slack: SlackStandIn | None = None,
     usergroups: Mapping[str, list[str]] | None = None,
     replicas: int = 1,
+    simulator_app: Any = None,
+    signing_secret: str | None = None,
     **settings_overrides: Any,
 ) -> LocalStack:
-    """Start simulator, stand-in and `replicas` bots on free loopback ports; `stop()` ends them all."""
+    """Start simulator, stand-in and `replicas` bots on free loopback ports; `stop()` ends them all.
+
+    `simulator_app` serves instead of the plain simulator app (a wrapper that records traffic, say);
+    `signing_secret` is random unless given.
+    """
     simulator = simulator or SimulatorState.default()
     slack = slack or SlackStandIn(usergroups=usergroups or {})
-    signing_secret = secrets.token_hex(16)
-    simulator_server = start_server(create_simulator_app(simulator))
-    try:
-        slack_server = start_server(create_standin_app(slack))
-    except BaseException:
-        simulator_server.stop()
-        raise
+    signing_secret = signing_secret or secrets.token_hex(16)
+    simulator_server, slack_server = start_fakes(simulator_app or create_simulator_app(simulator), slack)
     settings = stack_settings(
         simulator_url=simulator_server.url,
         slack_url=slack_server.url,

@@ -23,7 +23,7 @@ from bot.store import Store
 from tests.e2e.conftest import APPROVER, CHANNEL, POLICY, REQUESTER, USERGROUPS
 from tests.e2e.helpers import current, make_request, message_text, thread_replies, wait_for_state, wait_until
 from tests.support.databases import postgres_url
-from tests.support.replicas import ReplicaSet, postgres_fleet
+from tests.support.replicas import ReplicaSet, fleet_store, postgres_fleet
 
 pytestmark = [
     pytest.mark.postgres,
@@ -57,11 +57,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaSet]:
 
 @pytest.fixture
 async def store(fleet: ReplicaSet) -> AsyncIterator[Store]:
-    opened = await Store.connect(fleet.database_url)
-    try:
+    async with fleet_store(fleet) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def test_killed_replica_is_resumed_without_unlocking_twice(fleet: ReplicaSet, store: Store) -> None:

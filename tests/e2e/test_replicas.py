@@ -28,7 +28,7 @@ from tests.e2e.helpers import (
     wait_until,
 )
 from tests.support.databases import postgres_url
-from tests.support.replicas import ReplicaSet, postgres_fleet
+from tests.support.replicas import ReplicaSet, fleet_store, postgres_fleet
 
 pytestmark = [
     pytest.mark.postgres,
@@ -62,11 +62,8 @@ async def drivers(fleet: ReplicaSet) -> AsyncIterator[list[SlackDriver]]:
 
 @pytest.fixture
 async def store(fleet: ReplicaSet) -> AsyncIterator[Store]:
-    opened = await Store.connect(fleet.database_url)
-    try:
+    async with fleet_store(fleet) as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 def unlock_calls_for(fleet: ReplicaSet, nodes: list[str]) -> list[object]:

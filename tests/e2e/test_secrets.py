@@ -31,10 +31,8 @@ from bot.modelarts.sim_state import SimulatorState
 from bot.modelarts.simulator import create_app as create_simulator_app
 from bot.requests import RequestState
 from bot.sandbox.driver import SlackDriver
-from bot.sandbox.stack import LocalStack, stack_settings
+from bot.sandbox.stack import LocalStack, start_local_stack
 from bot.sandbox.webapi import SlackStandIn
-from bot.sandbox.webapi import create_app as create_standin_app
-from bot.serving import start_server
 from bot.slack import ids
 from bot.store import Store
 from tests.e2e.conftest import APPROVER, CHANNEL, REQUESTER, STRANGER, USERGROUPS
@@ -95,16 +93,14 @@ def secret_stack(
 ) -> Iterator[tuple[LocalStack, RecordHeaders]]:
     simulator = simulator_with_secret_credentials()
     recorder = RecordHeaders(create_simulator_app(simulator))
-    slack = SlackStandIn(bot_token=BOT_TOKEN, usergroups=USERGROUPS)
-    simulator_server = start_server(recorder)
-    slack_server = start_server(create_standin_app(slack))
-    settings = stack_settings(
-        simulator_url=simulator_server.url,
-        slack_url=slack_server.url,
-        signing_secret=SIGNING_SECRET,
+    stack = start_local_stack(
         policy_path=policy_path,
         state_dir=tmp_path / "state",
         database_url=database_url,
+        simulator=simulator,
+        slack=SlackStandIn(bot_token=BOT_TOKEN, usergroups=USERGROUPS),
+        simulator_app=recorder,
+        signing_secret=SIGNING_SECRET,
         slack_bot_token=BOT_TOKEN,
         huaweicloud_sdk_ak=AK,
         huaweicloud_sdk_sk=SK,
@@ -114,17 +110,8 @@ def secret_stack(
         unlock_bot_retry_deadline_seconds=5.0,
         unlock_bot_http_timeout_seconds=5.0,
     )
-    assert set(settings.secret_values()) == set(SECRETS)
-    stack = LocalStack(
-        simulator=simulator,
-        slack=slack,
-        settings=settings,
-        signing_secret=SIGNING_SECRET,
-        simulator_server=simulator_server,
-        slack_server=slack_server,
-    )
     try:
-        stack.start_bot()
+        assert set(stack.settings.secret_values()) == set(SECRETS)
         yield stack, recorder
     finally:
         stack.stop()

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,10 @@ import httpx
 from bot.modelarts.sim_state import SimulatorState
 from bot.modelarts.simulator import create_app as create_simulator_app
 from bot.sandbox.driver import SlackDriver
-from bot.sandbox.stack import SIMULATOR_AK, SIMULATOR_SK
+from bot.sandbox.stack import SIMULATOR_AK, SIMULATOR_SK, start_fakes
 from bot.sandbox.webapi import DEFAULT_BOT_TOKEN, SlackStandIn
-from bot.sandbox.webapi import create_app as create_standin_app
-from bot.serving import RunningServer, free_port, start_server
+from bot.serving import RunningServer, free_port
+from bot.store import Store
 from tests.support.databases import drop_database, fresh_database, postgres_url
 
 # Only what a Python process needs from the parent's environment: never a developer's real tokens.
@@ -219,12 +219,7 @@ def start_replicas(
     simulator = simulator or SimulatorState.default()
     slack = SlackStandIn(usergroups=usergroups or {})
     watch = CallWatch(create_simulator_app(simulator))
-    simulator_server = start_server(watch)
-    try:
-        slack_server = start_server(create_standin_app(slack))
-    except BaseException:
-        simulator_server.stop()
-        raise
+    simulator_server, slack_server = start_fakes(watch, slack)
     signing_secret = secrets.token_hex(16)
     env = bot_env(
         database_url=database_url,
@@ -275,3 +270,13 @@ def postgres_fleet(workdir: Path, policy: str, **options: Any) -> Iterator[Repli
             running.stop()
     finally:
         asyncio.run(drop_database(url))
+
+
+@contextlib.asynccontextmanager
+async def fleet_store(fleet: ReplicaSet) -> AsyncIterator[Store]:
+    """The fleet's database, opened from the test's side to check what the replicas recorded."""
+    opened = await Store.connect(fleet.database_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
