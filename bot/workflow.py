@@ -499,7 +499,6 @@ class Workflow:
     async def _finish(self, request: UnlockRequest, *, resumed: bool, in_flight: bool) -> UnlockRequest | None:
         todo = await self.store.nodes_without_result(request.id)
         problems: list[str] = []
-        stored: list[NodeResult] | None = None
         if todo and in_flight and self.settings.in_flight_seconds > 0:
             log.info(
                 "waiting for calls of the stopped replica to land before reading lock state",
@@ -518,9 +517,11 @@ class Workflow:
             recorded = {r.node: r for r in await self.store.results(request.id)}
             fresh = [r for r in outcome.results if recorded.get(r.node) != r]
             await self.store.record_results(request.id, fresh, actor=SYSTEM_ACTOR, now=self.clock())
-            if not fresh:  # what was just read is still all there is: spare re-reading thousands of rows
-                stored = list(recorded.values())
-        results = stored if stored is not None else await self.store.results(request.id)
+            # What is stored now is what was read plus what was just written: no need to read it back.
+            recorded.update((r.node, r) for r in fresh)
+            results = [recorded[node] for node in request.nodes if node in recorded]
+        else:
+            results = await self.store.results(request.id)
         changed = await self._preview_drift(request, results)
         if changed:
             await self.notifier.thread_note(request, changed)
